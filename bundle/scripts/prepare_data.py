@@ -16,6 +16,7 @@ shifted test. ``--preview`` draws a mid-ventricular slice of one subject per dom
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import numpy as np
 
 from scripts.datalist import LABEL_NAMES, SPLITS, load_datalist, write_datalist
 from scripts.real_data import acdc_datalist, extract_mnms
-from scripts.synthetic import DOMAINS, generate_synthetic_dataset
+from scripts.synthetic import DOMAINS, Difficulty, generate_synthetic_dataset
 
 LABEL_COLOURS = {1: "tab:blue", 2: "tab:green", 3: "tab:red"}
 
@@ -77,6 +78,19 @@ def plot_preview(datalist: str | Path, png: str | Path) -> Path:
     return png
 
 
+def parse_difficulty(settings: Sequence[str]) -> Difficulty:
+    """A :class:`~scripts.synthetic.Difficulty` from ``KEY=VALUE`` strings, e.g. ``annotator_jitter_px=0.5``."""
+    types = {f.name: f.type for f in dataclasses.fields(Difficulty)}
+    values: dict[str, object] = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"--difficulty takes KEY=VALUE with KEY one of {sorted(types)}; got {setting!r}.")
+        kind = {"float": float, "int": int, "bool": lambda v: v.lower() in ("1", "true", "yes")}[types[key]]
+        values[key] = kind(value)
+    return Difficulty(**values)
+
+
 def summarise(datalist: Path) -> str:
     """One line per split: number of frames per domain."""
     lines = [f"wrote {datalist}"]
@@ -105,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                            choices=[d for d in DOMAINS if d != "in_domain"])
     synthetic.add_argument("--matrix", type=int, default=128, help="in-plane matrix size")
     synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--difficulty", nargs="*", default=[], metavar="KEY=VALUE",
+                           help="override fields of scripts.synthetic.Difficulty, e.g. annotator_jitter_px=0.5")
     for name, help_text in (
         ("acdc", "ACDC split by subject into training/validation/test"),
         ("real", "ACDC (training/validation/test) plus M&Ms vendors (test), the paper's setting"),
@@ -130,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     output = args.output.resolve()
     if args.command == "synthetic":
         datalist = generate_synthetic_dataset(
-            output, args.n_train, args.n_val, args.n_test, args.shifted_domains, args.matrix, args.seed
+            output, args.n_train, args.n_val, args.n_test, args.shifted_domains, args.matrix, args.seed,
+            parse_difficulty(args.difficulty),
         )
     else:
         splits: dict[str, list] = {split: [] for split in SPLITS}

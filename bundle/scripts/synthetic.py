@@ -82,9 +82,9 @@ DOMAINS: dict[str, DomainStyle] = {
         signal_range=(1500.0, 4000.0),
     ),
     "vendor_c": DomainStyle(
-        tissue={**_BSSFP, "blood": 0.9, "myocardium": 0.17, "fat": 0.6, "liver": 0.24, "mediastinum": 0.26,
-                "marrow": 0.4},
-        gamma=1.35, noise=0.045, kspace_fraction=(0.7, 0.75), bias=0.3, spacing_mm=(1.6, 1.9),
+        tissue={**_BSSFP, "blood": 0.9, "myocardium": 0.17, "fat": 0.5, "liver": 0.2, "mediastinum": 0.19,
+                "muscle": 0.2, "marrow": 0.4},
+        gamma=1.3, noise=0.055, kspace_fraction=(0.7, 0.75), bias=0.3, spacing_mm=(1.6, 1.9),
         signal_range=(80.0, 300.0),
     ),
 }
@@ -106,7 +106,7 @@ class Difficulty:
         bias_scale: factor on the domain's shading strength.
     """
 
-    annotator_jitter_px: float = 0.75
+    annotator_jitter_px: float = 0.6
     epicardial_fat: float = 0.45
     trabeculation: float = 0.5
     papillary: bool = True

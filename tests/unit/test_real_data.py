@@ -45,10 +45,10 @@ def make_acdc(root, n_training=10, n_testing=2):
 def make_mnms(root, frames=5):
     """Training/Labeled (vendor A), Validation (B), Testing (C), an unlabelled subject and the CSV."""
     rows = [("A0S9V9", "A", 1, 0, 3), ("B1C2D3", "B", 2, 1, 4), ("C4E5F6", "C", 3, 0, 2), ("U7N8L9", "A", 1, 0, 2)]
-    folders = {"A0S9V9": "Training/Labeled", "B1C2D3": "Validation", "C4E5F6": "Testing", "U7N8L9": "Training/Unlabeled"}
+    folders = {"A0S9V9": "Training/Labeled", "B1C2D3": "Validation", "C4E5F6": "Testing"}
     rng = np.random.default_rng(1)
-    for code, vendor, centre, ed, es in rows:
-        folder = root / folders[code] / code
+    for code, _, _, ed, es in rows:
+        folder = root / folders.get(code, "Training/Unlabeled") / code
         _save(rng.normal(100, 20, (8, 8, 3, frames)).astype(np.float32), folder / f"{code}_sa.nii.gz")
         if code != "U7N8L9":
             gt = np.zeros((8, 8, 3, frames), np.uint8)  # M&Ms convention: 1 LV, 2 MYO, 3 RV

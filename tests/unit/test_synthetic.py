@@ -1,12 +1,16 @@
 """The synthetic cardiac MRI generator and the datalist it writes."""
 
 import json
+import runpy
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from scripts.datalist import load_datalist, split_subjects
+from scripts.prepare_data import main as prepare_data
+from scripts.prepare_data import parse_difficulty
 from scripts.synthetic import DOMAINS, Difficulty, generate_synthetic_dataset, synthesize_subject
 
 
@@ -17,7 +21,7 @@ def subjects():
 
 
 def test_same_seed_same_subject():
-    first, again, other = synthesize_subject(7, matrix=64), synthesize_subject(7, matrix=64), synthesize_subject(8, matrix=64)
+    first, again, other = (synthesize_subject(seed, matrix=64) for seed in (7, 7, 8))
     for phase in ("ED", "ES"):
         np.testing.assert_array_equal(first.images[phase], again.images[phase])
         np.testing.assert_array_equal(first.labels[phase], again.labels[phase])
@@ -36,7 +40,7 @@ def test_shapes_types_labels_and_geometry(subjects):
                 assert set(np.unique(label)) <= {0, 1, 2, 3}
             assert set(np.unique(case.labels["ED"])) == {0, 1, 2, 3}
             row, col, thick = case.spacing
-            assert low <= row <= high and row == pytest.approx(col) and 5.0 <= thick <= 10.0
+            assert low <= row <= high and row == pytest.approx(col) and 5.0 - 1e-9 <= thick <= 10.0 + 1e-9
             directions = case.affine[:3, :3] / np.array(case.spacing)
             np.testing.assert_allclose(directions.T @ directions, np.eye(3), atol=1e-9)
             assert np.linalg.det(directions) > 0  # right-handed: DICOM slices sort base to apex
@@ -121,3 +125,26 @@ def test_load_datalist_errors_name_the_file_and_the_fix(tmp_path):
         load_datalist(path, "validation")
     with pytest.raises(FileNotFoundError, match=r"gone\.nii\.gz.*regenerate"):
         load_datalist(path, "test")
+
+
+def test_prepare_data_synthetic_command_with_preview(tmp_path, capsys):
+    datalist = prepare_data(
+        ["synthetic", "--output", str(tmp_path / "d"), "--n_train", "1", "--n_val", "1", "--n_test", "1",
+         "--matrix", "64", "--preview", str(tmp_path / "preview.png"), "--difficulty", "annotator_jitter_px=0.3"]
+    )
+    out = capsys.readouterr().out
+    assert str(datalist) in out and "vendor_c: 2" in out
+    assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert parse_difficulty(["papillary=false", "noise_scale=2"]) == Difficulty(papillary=False, noise_scale=2.0)
+    with pytest.raises(SystemExit, match="annotator_jitter_px"):
+        parse_difficulty(["jitter=1"])
+
+
+def test_prepare_data_runs_as_a_module(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["prepare_data", "--help"])
+    monkeypatch.delitem(sys.modules, "scripts.prepare_data", raising=False)  # run it fresh, as `python -m` does
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("scripts.prepare_data", run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("synthetic", "acdc", "mnms", "real"))
