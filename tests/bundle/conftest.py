@@ -18,7 +18,7 @@ TINY = Path(__file__).with_name("tiny.json")
 
 def bundle_cli(bundle: Path, config: str, *overrides: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run`` on ``bundle`` with the tiny configuration merged over ``config``."""
-    files = f"{bundle / 'configs' / config},{TINY}"
+    files = str([str(bundle / "configs" / config), str(TINY)])  # fire parses the list literal
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
            "--logging_file", str(bundle / "configs" / "logging.conf"), *overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}

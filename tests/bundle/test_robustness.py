@@ -24,7 +24,7 @@ def _snapshot(folder):
 
 def test_killed_training_resumes_and_the_bank_matches_its_files(tmp_path, tiny_data):
     bundle = copy_bundle(tmp_path / "bundle")
-    files = f"{bundle / 'configs' / 'train.json'},{TINY}"
+    files = str([str(bundle / "configs" / "train.json"), str(TINY)])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
            "--dataset_dir", str(tiny_data.parent), "--epochs", "12", "--num_cycles", "3", "--val_interval", "100"]
     state_dir = bundle / "models" / "train_state"
@@ -77,15 +77,15 @@ def test_label_values_outside_acdc_stop_training(tmp_path, tiny_data):
     entries = json.loads(tiny_data.read_text())
     bad_label = data / "bad_gt.nii.gz"
     data.mkdir()
+    for split in ("training", "validation", "test"):  # point at the original files from the new folder
+        entries[split] = [{**e, "image": str(tiny_data.parent / e["image"]), "label": str(tiny_data.parent / e["label"])}
+                          for e in entries[split]]
     first = entries["training"][0]
-    label = nib.load(str(tiny_data.parent / first["label"]))
+    label = nib.load(first["label"])
     values = np.asarray(label.dataobj).copy()
     values[values == 3] = 7
     nib.save(nib.Nifti1Image(values, label.affine), str(bad_label))
-    entries["training"][0] = {**first, "image": str(tiny_data.parent / first["image"]), "label": str(bad_label)}
-    for split in ("validation", "test"):
-        entries[split] = [{**e, "image": str(tiny_data.parent / e["image"]), "label": str(tiny_data.parent / e["label"])}
-                          for e in entries[split]]
+    entries["training"][0] = {**first, "label": str(bad_label)}
     (data / "datalist.json").write_text(json.dumps(entries))
     bundle = copy_bundle(tmp_path / "bundle")
     result = bundle_cli(bundle, "train.json", "--dataset_dir", str(data), check=False)

@@ -75,3 +75,30 @@ def test_modes_choose_their_members(trained_bundle, monkeypatch):
         parser.update({"bundle_root": str(bundle), "mode": mode})
         chosen[mode] = [c.epoch for c in parser.get_parsed_content("ensemble").checkpoints]
     assert chosen == {"single": [6, 7], "multi": [3, 7], "all": [2, 3, 6, 7]}
+
+
+def test_vanilla_model_exports_to_torchscript(trained_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from monai.networks.nets import DynUNet
+
+    bundle, _ = trained_bundle
+    target = tmp_path / "model.ts"
+    files = str([str(bundle / "configs" / "inference.json"), str(TINY)])
+    # DynUNet's deep-supervision branch does not script; in eval mode it traces to the plain segmentation network.
+    subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file",
+         str(bundle / "models" / "model.pt"), "--meta_file", str(bundle / "configs" / "metadata.json"),
+         "--config_file", files, "--bundle_root", str(bundle), "--use_trace", "true", "--input_shape", "[1, 1, 64, 64]"],
+        check=True, capture_output=True, cwd=bundle,
+    )
+    tiny = json.loads(TINY.read_text())
+    eager = DynUNet(2, 1, 4, tiny["network_def#kernel_size"], tiny["network_def#strides"],
+                    tiny["network_def#upsample_kernel_size"], filters=tiny["network_def#filters"],
+                    norm_name=("INSTANCE", {"affine": True}), act_name=("leakyrelu", {"negative_slope": 0.01}),
+                    deep_supervision=True, deep_supr_num=1)
+    eager.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    x = torch.randn(2, 1, 96, 64)
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(target))(x), eager.eval()(x), atol=1e-5)
