@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from monai.utils import min_version, optional_import
+from monai.utils import min_version, optional_import, str2bool
 
 from scripts.posterior_bank import BankError, PosteriorBank, atomic_save
 from scripts.schedule import CyclicPosteriorLR, cyclic_posterior_lr, posterior_epochs
@@ -72,7 +72,7 @@ class PosteriorCheckpointSaver:
         self.final_model_path = Path(final_model_path)
         self.network = network
         self.schedule = lr_scheduler
-        self.overwrite = overwrite
+        self.overwrite = str2bool(overwrite)  # the CLI passes `--overwrite false` as the string 'false'
         if dtype not in ("float32", "float16"):
             raise ValueError(f"bank dtype must be 'float32' or 'float16', got {dtype!r}.")
         self.dtype = getattr(torch, dtype)

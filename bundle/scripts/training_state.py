@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 from monai.handlers import CheckpointLoader
-from monai.utils import min_version, optional_import
+from monai.utils import min_version, optional_import, str2bool
 
 from scripts.posterior_bank import atomic_save
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine", as_type="decorator")
 
-__all__ = ["ResumeTraining", "TrainingStateSaver", "latest_training_state"]
+__all__ = ["InitialWeights", "ResumeTraining", "TrainingStateSaver", "latest_training_state"]
 
 _STATE_FILE = re.compile(r"^train_state_epoch=(\d+)\.pt$")
 
@@ -72,7 +72,7 @@ class ResumeTraining:
     def __init__(self, state_dir: str | Path, load_dict: Mapping[str, Any], enabled: bool = False, name: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.load_dict = load_dict
-        self.enabled = enabled
+        self.enabled = str2bool(enabled)  # the CLI passes `--resume false` as the string 'false'
         self.logger = logging.getLogger(name)
 
     def attach(self, engine: Engine) -> None:
@@ -89,3 +89,29 @@ class ResumeTraining:
         load_dict = {"trainer": engine, **{k: getattr(v, "module", v) for k, v in self.load_dict.items()}}
         CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location="cpu")(engine)
         self.logger.info(f"resumed from {path} at epoch {engine.state.epoch}")
+
+
+class InitialWeights:
+    """Start a new run from given network weights (fine-tuning, e.g. on corrected labels), when a path is given.
+
+    Only the network is loaded (a plain ``state_dict`` such as ``models/model.pt``, or a training state); the
+    optimiser and the schedule start afresh. A resumed run keeps its own weights.
+    """
+
+    def __init__(self, path: str | Path | None, network: Any, name: str | None = None) -> None:
+        self.path = None if path in (None, "") else Path(path)
+        self.network = network
+        self.logger = logging.getLogger(name)
+
+    def attach(self, engine: Engine) -> None:
+        if self.path is not None:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.epoch > 0:
+            return
+        if not self.path.is_file():
+            raise FileNotFoundError(f"--pretrained_weights {self.path} does not exist; point it at a model.pt.")
+        CheckpointLoader(load_path=str(self.path), load_dict={"network": getattr(self.network, "module", self.network)},
+                         map_location="cpu")(engine)
+        self.logger.info(f"network initialised from {self.path}")

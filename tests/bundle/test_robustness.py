@@ -167,8 +167,9 @@ def test_inference_on_a_dicom_series(served_bundle, tiny_data, tmp_path):
 
 def test_mlflow_tracking(tmp_path, tiny_data):
     bundle = copy_bundle(tmp_path / "bundle")
+    # `--resume false` arrives as the string 'false' from the command line: it must still mean False
     bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "2", "--num_cycles", "1",
-               "--tracking", "mlflow", "--output_dir", str(tmp_path / "eval"))
+               "--resume", "false", "--overwrite", "false", "--tracking", "mlflow", "--output_dir", str(tmp_path / "eval"))
     assert (tmp_path / "eval" / "mlruns.db").is_file()
     assert list((tmp_path / "eval").glob("config_*.json"))  # the executed config is kept with the run
 
@@ -182,3 +183,19 @@ def test_network_matches_metadata():
         capture_output=True, text=True,
     )
     assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
+
+
+def test_training_can_start_from_given_weights(trained_bundle, tiny_data, tmp_path):
+    import torch
+
+    start = trained_bundle[0] / "models" / "model.pt"
+    bundle = copy_bundle(tmp_path / "bundle")
+    # with a zero learning rate the run's final weights are exactly the weights it started from
+    result = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "2", "--num_cycles",
+                        "1", "--base_lr", "0", "--restart_lr", "0", "--pretrained_weights", str(start))
+    assert f"network initialised from {start}" in result.stdout
+    before, after = torch.load(start, weights_only=True), torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    missing = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--overwrite", "true",
+                         "--pretrained_weights", str(tmp_path / "nowhere.pt"), check=False)
+    assert missing.returncode != 0 and "nowhere.pt does not exist" in missing.stderr

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 from typing import Any
 
 import monai.bundle
@@ -57,7 +56,6 @@ class CheckpointBankTrainer(TrainTask):
         self.publisher = publisher
         parser = self.bundle.parser("train.json")
         self._schedule = {key: parser.get_parsed_content(key) for key in ("epochs", "num_cycles", "gamma")}
-        self._volumes_per_batch = int(parser.get_parsed_content("volumes_per_batch"))
         # the bundle's loading and checks of a training pair, up to the label check: run on a label saved as final
         checks = []
         for transform in parser.get_parsed_content("load_volumes"):
@@ -96,12 +94,10 @@ class CheckpointBankTrainer(TrainTask):
                 "epochs": int(options["epochs"]),
                 "num_cycles": int(options["num_cycles"]),
                 "gamma": float(options["gamma"]),
-                # the bundle drops incomplete batches: fewer labeled images than a batch would train nothing
-                "volumes_per_batch": min(self._volumes_per_batch, len(splits["training"])),
             }
             start = self.publisher.current().parent / "model.pt"
             if strtobool(options["pretrained"]) and start.is_file():
-                overrides["train#handlers"] = [self._loader(start), *self.bundle.parser("train.json")["train#handlers"]]
+                overrides["pretrained_weights"] = str(start)
                 logger.info(f"fine-tuning from {start}")
             logger.info(f"training a new bank in {run} on {len(labeled)} labeled image(s): {overrides}")
             monai.bundle.run(
@@ -118,8 +114,3 @@ class CheckpointBankTrainer(TrainTask):
             raise
         logger.info(f"published the new checkpoint bank {published} ({ensemble.num_members} members)")
         return {"published_bank": str(published), "members": ensemble.num_members, "labeled_images": len(labeled)}
-
-    @staticmethod
-    def _loader(model_path: Path) -> dict[str, Any]:
-        """A bundle handler (config form) that loads the starting weights before the first epoch."""
-        return {"_target_": "CheckpointLoader", "load_path": str(model_path), "load_dict": {"model": "@network"}}
