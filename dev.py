@@ -69,8 +69,19 @@ def bundle_env() -> dict[str, str]:
 def monai_bundle(config: str, *overrides: str) -> None:
     files = str([str(BUNDLE / "configs" / c) for c in config.split(",")])  # a list literal, as monai.bundle takes it
     _run(
-        [PYTHON, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", BUNDLE,
-         "--logging_file", BUNDLE / "configs" / "logging.conf", *overrides],
+        [
+            PYTHON,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            files,
+            "--bundle_root",
+            BUNDLE,
+            "--logging_file",
+            BUNDLE / "configs" / "logging.conf",
+            *overrides,
+        ],
         env=bundle_env(),
     )
 
@@ -97,8 +108,10 @@ def print_summary(summary_csv: Path, bank_dir: Path, outputs: Path, seconds: dic
     for domain, group in groups.items():
         dice = [mean([r.get(f"dice_{s}", "") for r in group]) for s in ("RV", "MYO", "LV")]
         flagged = sum(r["review"] == "True" for r in group)
-        print(f"  {domain:<12} {len(group):>5} {dice[0]:>6.3f} {dice[1]:>6.3f} {dice[2]:>6.3f} "
-              f"{mean([r['uncertainty'] for r in group]):>8.4f} {flagged:>7}")
+        print(
+            f"  {domain:<12} {len(group):>5} {dice[0]:>6.3f} {dice[1]:>6.3f} {dice[2]:>6.3f} "
+            f"{mean([r['uncertainty'] for r in group]):>8.4f} {flagged:>7}"
+        )
     print(f"\n  segmentations (*_seg) and uncertainty maps (*_entropy) per case: {outputs}")
     print(f"  per-case table: {summary_csv}")
     print("  CPU time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()))
@@ -111,7 +124,10 @@ def demo(args: argparse.Namespace) -> None:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     if not (data / "datalist.json").is_file():
-        _run([PYTHON, "-m", "scripts.prepare_data", "synthetic", "--output", data, "--seed", str(args.seed)], env=bundle_env())
+        _run(
+            [PYTHON, "-m", "scripts.prepare_data", "synthetic", "--output", data, "--seed", str(args.seed)],
+            env=bundle_env(),
+        )
     seconds["data"] = time.perf_counter() - start
     start = time.perf_counter()
     common = ["--dataset_dir", data]
@@ -162,8 +178,21 @@ def serve(args: argparse.Namespace) -> None:
     if studies.startswith(("http://", "https://")):
         env.setdefault("MONAI_LABEL_DICOMWEB_SEARCH_FILTER", '{"Modality": "MR"}')
     conf = [str(c) for key, value in [("bundle_path", BUNDLE), *(args.conf or [])] for c in ("--conf", key, value)]
-    cmd = [PYTHON, "-m", "monailabel.main", "start_server", "--app", APP, "--studies", studies, *conf,
-           "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        PYTHON,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        APP,
+        "--studies",
+        studies,
+        *conf,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print("+", " ".join(str(c) for c in cmd), flush=True)
     os.execve(PYTHON, [str(c) for c in cmd], env)  # the server replaces this process: Ctrl-C and kill reach it
 
@@ -181,8 +210,19 @@ def evaluate(args: argparse.Namespace) -> int:
         _run([PYTHON, "-m", "scripts.prepare_data", *source, "--output", data], env=bundle_env())
     report = args.report or ROOT / "docs" / ("results.md" if name == "synthetic" else f"results_{name}.md")
     work = ROOT / "runs" / "evaluation" / (name + ("_paper" if args.paper else ""))
-    cmd = [PYTHON, "-m", "scripts.evaluation", "--dataset_dir", data, "--work_dir", work, "--report", report,
-           *(["--paper"] if args.paper else []), *(["--no_train"] if args.no_train else [])]
+    cmd = [
+        PYTHON,
+        "-m",
+        "scripts.evaluation",
+        "--dataset_dir",
+        data,
+        "--work_dir",
+        work,
+        "--report",
+        report,
+        *(["--paper"] if args.paper else []),
+        *(["--no_train"] if args.no_train else []),
+    ]
     print("+", " ".join(str(c) for c in cmd), flush=True)
     return subprocess.run([str(c) for c in cmd], env=bundle_env(), cwd=BUNDLE).returncode
 

@@ -48,7 +48,7 @@ def case_row(
         pred = one_hot(segmentation.reshape(1, 1, *segmentation.shape[-3:]).long(), len(ACDC_LABELS))
         ref = one_hot(label.reshape(1, 1, *label.shape[-3:]).long(), len(ACDC_LABELS))
         dice = compute_dice(pred, ref, include_background=False, ignore_empty=True)[0]
-        for (_, name), value in zip(STRUCTURES.items(), dice.tolist()):
+        for (_, name), value in zip(STRUCTURES.items(), dice.tolist(), strict=True):
             row[f"dice_{name}"] = round(value, 4) if not math.isnan(value) else ""
     return row
 
@@ -69,15 +69,21 @@ class CaseReport:
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def iteration_completed(self, engine: Engine) -> None:
-        for item in engine.state.output:
+        # the datalist's extra keys (the domain) stay in the batch; the output holds the engine's keys only
+        for case, item in zip(engine.state.batch, engine.state.output, strict=True):
             pred = item["pred"]
-            row = {"case": _case_name(pred.meta.get("filename_or_obj", "")), "domain": item.get("domain", "")}
+            row = {"case": _case_name(pred.meta.get("filename_or_obj", "")), "domain": case.get("domain", "")}
             label = item.get("label")
-            row.update(case_row(pred.cpu(), item["uncertainty"].cpu(), None if label is None else label.cpu(), self.review_threshold))
+            row.update(
+                case_row(
+                    pred.cpu(), item["uncertainty"].cpu(), None if label is None else label.cpu(), self.review_threshold
+                )
+            )
             self.rows.append(row)
             dice = " ".join(f"{s} {row[f'dice_{s}']}" for s in STRUCTURES.values() if f"dice_{s}" in row)
             self.logger.info(
-                f"{row['case']}: uncertainty {row['uncertainty']:.4f} bits{' (review suggested)' if row['review'] else ''}"
+                f"{row['case']}: uncertainty {row['uncertainty']:.4f} bits"
+                + (" (review suggested)" if row["review"] else "")
                 + (f" | Dice {dice}" if dice else "")
             )
 

@@ -38,7 +38,10 @@ def list_inputs(input_path: str | Path, split: str = "test") -> list[dict[str, s
     if path.is_file() and path.suffix == ".json":
         return load_datalist(path, split)
     if not path.exists():
-        raise InputError(f"input {path} does not exist. Pass --input_dir with a NIfTI file, a folder of them, or a DICOM series folder.")
+        raise InputError(
+            f"input {path} does not exist. Pass --input_dir with a NIfTI file, a folder of them, "
+            "or a DICOM series folder."
+        )
     if path.is_file():
         if not (_is_image(path) or is_dicom_file(path)):
             raise InputError(f"input {path} is neither a {'/'.join(IMAGE_SUFFIXES)} image nor a DICOM file.")
@@ -47,7 +50,9 @@ def list_inputs(input_path: str | Path, split: str = "test") -> list[dict[str, s
         return [{"image": str(path)}]
     produced = ("_seg", "_entropy", "_uncertainty")
     images = [
-        p for p in sorted(path.iterdir()) if _is_image(p) and not any(p.name.split(".")[0].endswith(s) for s in produced)
+        p
+        for p in sorted(path.iterdir())
+        if _is_image(p) and not any(p.name.split(".")[0].endswith(s) for s in produced)
     ]
     series = [p for p in sorted(path.iterdir()) if _is_dicom_series(p)]
     if not images and not series:

@@ -96,6 +96,7 @@ class ValidateLabelsd(MapTransform):
             if self.image_key is not None and self.image_key in d and d[self.image_key].shape[1:] != label.shape[1:]:
                 raise InputError(
                     f"{name}: label shape {tuple(label.shape[1:])} differs from its image's "
-                    f"{tuple(d[self.image_key].shape[1:])} ({_source(d, self.image_key)}). Pair each image with its own label."
+                    f"{tuple(d[self.image_key].shape[1:])} ({_source(d, self.image_key)}). "
+                    "Pair each image with its own label."
                 )
         return d

@@ -161,7 +161,8 @@ class PosteriorBank:
         if not self.exists():
             raise BankError(
                 f"no checkpoint bank at {self.directory} ({MANIFEST} is missing). Train the bundle "
-                "(python -m monai.bundle run --config_file configs/train.json ...) or point --bank_dir at a trained bank."
+                "(python -m monai.bundle run --config_file configs/train.json ...) "
+                "or point --bank_dir at a trained bank."
             )
         try:
             manifest = json.loads(self.manifest_path.read_text())
@@ -175,10 +176,16 @@ class PosteriorBank:
         return self.read_manifest()["checkpoints"]
 
     def write_manifest(self, checkpoints: list[PosteriorCheckpoint], **info: Any) -> None:
-        manifest = {"format": MANIFEST_FORMAT, **info, "checkpoints": [asdict(c) for c in sorted(checkpoints, key=lambda c: c.epoch)]}
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            **info,
+            "checkpoints": [asdict(c) for c in sorted(checkpoints, key=lambda c: c.epoch)],
+        }
         _atomic_write(self.manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
-    def add(self, state_dict: Mapping[str, torch.Tensor], epoch: int, cycle: int, lr: float, **info: Any) -> PosteriorCheckpoint:
+    def add(
+        self, state_dict: Mapping[str, torch.Tensor], epoch: int, cycle: int, lr: float, **info: Any
+    ) -> PosteriorCheckpoint:
         """Store one posterior sample; the file is complete on disk before the manifest names it."""
         name = f"epoch_{epoch:05d}.pt"
         tensors = {k: v.detach().cpu() for k, v in state_dict.items()}

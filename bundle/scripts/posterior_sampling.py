@@ -96,7 +96,8 @@ class PosteriorCheckpointSaver:
     def _state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
         return {
-            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in network.state_dict().items()
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
+            for k, v in network.state_dict().items()
         }
 
     def started(self, engine: Engine) -> None:
@@ -119,7 +120,9 @@ class PosteriorCheckpointSaver:
         epoch = engine.state.epoch - 1  # ignite counts from 1; the schedule from 0
         s = self.schedule
         if epoch in self.cycle_of_epoch:
-            lr = cyclic_posterior_lr(epoch, s.total_epochs, s.num_cycles, s.base_lr, s.restart_lr, s.exponent, s.gamma, s.denominator)
+            lr = cyclic_posterior_lr(
+                epoch, s.total_epochs, s.num_cycles, s.base_lr, s.restart_lr, s.exponent, s.gamma, s.denominator
+            )
             info = {
                 "total_epochs": s.total_epochs,
                 "num_cycles": s.num_cycles,

@@ -24,7 +24,7 @@ STRUCTURES = ("RV", "MYO", "LV")
 
 def _format_metric(value: object) -> str:
     if isinstance(value, torch.Tensor) and value.numel() == len(STRUCTURES):
-        return " ".join(f"{s} {v:.3f}" for s, v in zip(STRUCTURES, value.tolist()))
+        return " ".join(f"{s} {v:.3f}" for s, v in zip(STRUCTURES, value.tolist(), strict=True))
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -42,7 +42,13 @@ class EpochProgress:
         evaluator: the validation engine whose ``state.metrics`` are reported (optional).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, num_cycles: int, evaluator: Engine | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        num_cycles: int,
+        evaluator: Engine | None = None,
+        name: str | None = None,
+    ) -> None:
         self.optimizer = optimizer
         self.num_cycles = num_cycles
         self.evaluator = evaluator

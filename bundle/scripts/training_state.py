@@ -27,7 +27,9 @@ _STATE_FILE = re.compile(r"^train_state_epoch=(\d+)\.pt$")
 
 def latest_training_state(state_dir: str | Path) -> Path | None:
     """The newest complete training state in ``state_dir`` (files are written atomically, so all are complete)."""
-    states = [(int(m.group(1)), p) for p in Path(state_dir).glob("train_state_epoch=*.pt") if (m := _STATE_FILE.match(p.name))]
+    states = [
+        (int(m.group(1)), p) for p in Path(state_dir).glob("train_state_epoch=*.pt") if (m := _STATE_FILE.match(p.name))
+    ]
     return max(states)[1] if states else None
 
 
@@ -56,7 +58,9 @@ class TrainingStateSaver:
             obj = getattr(obj, "module", obj)  # unwrap DistributedDataParallel
             state[key] = obj.state_dict()
         atomic_save(state, self.save_dir / f"train_state_epoch={engine.state.epoch}.pt")
-        old = sorted(self.save_dir.glob("train_state_epoch=*.pt"), key=lambda p: int(_STATE_FILE.match(p.name).group(1)))
+        old = sorted(
+            self.save_dir.glob("train_state_epoch=*.pt"), key=lambda p: int(_STATE_FILE.match(p.name).group(1))
+        )
         for p in old[: -self.keep]:
             p.unlink(missing_ok=True)
 
@@ -69,7 +73,9 @@ class ResumeTraining:
     Resuming is explicit (``--resume true``) so that a stale state never silently hijacks a new run.
     """
 
-    def __init__(self, state_dir: str | Path, load_dict: Mapping[str, Any], enabled: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self, state_dir: str | Path, load_dict: Mapping[str, Any], enabled: bool = False, name: str | None = None
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.load_dict = load_dict
         self.enabled = str2bool(enabled)  # the CLI passes `--resume false` as the string 'false'
@@ -112,6 +118,9 @@ class InitialWeights:
             return
         if not self.path.is_file():
             raise FileNotFoundError(f"--pretrained_weights {self.path} does not exist; point it at a model.pt.")
-        CheckpointLoader(load_path=str(self.path), load_dict={"network": getattr(self.network, "module", self.network)},
-                         map_location="cpu")(engine)
+        CheckpointLoader(
+            load_path=str(self.path),
+            load_dict={"network": getattr(self.network, "module", self.network)},
+            map_location="cpu",
+        )(engine)
         self.logger.info(f"network initialised from {self.path}")

@@ -50,7 +50,7 @@ def foreground_box(*label_maps: torch.Tensor) -> tuple[slice, ...] | None:
         return None
     nonzero = mask.nonzero()
     lo, hi = nonzero.min(0).values.tolist(), nonzero.max(0).values.tolist()
-    return tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+    return tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
 
 
 def volume_uncertainty(entropy: torch.Tensor, segmentation: torch.Tensor) -> float:
@@ -64,9 +64,7 @@ def volume_uncertainty(entropy: torch.Tensor, segmentation: torch.Tensor) -> flo
     return float(entropy[box].float().mean())
 
 
-def structure_entropy(
-    entropy: torch.Tensor, segmentation: torch.Tensor, labels: Mapping[int, str]
-) -> dict[str, float]:
+def structure_entropy(entropy: torch.Tensor, segmentation: torch.Tensor, labels: Mapping[int, str]) -> dict[str, float]:
     """Mean entropy (bits) over the voxels predicted as each structure; NaN for a structure not predicted."""
     entropy, segmentation = entropy.squeeze(), segmentation.squeeze()
     return {

@@ -8,7 +8,6 @@ tests that need them are skipped with the command that enables them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
+from bundle_runs import TINY, copy_bundle
 from monailabel.client import MONAILabelClient
 
 from scripts.dicom_series import write_mr_series
@@ -34,21 +34,6 @@ for path in (ROOT, APP):  # dev.py, and the app's own package ``lib`` for the te
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 import dev  # noqa: E402  (the project's setup: the same install function as `python3 dev.py system`)
-
-
-def _bundle_test_helpers():
-    """The bundle tests' conftest (a tiny dataset, a bundle trained through the real CLI), loaded under its own name:
-    every conftest is a module called ``conftest``, so it cannot be imported by name from here."""
-    spec = importlib.util.spec_from_file_location("bundle_test_conftest", ROOT / "tests" / "bundle" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_helpers = _bundle_test_helpers()
-TINY = _helpers.TINY
-tiny_data = _helpers.tiny_data  # the bundle tests' fixtures, reused as they are (an instance for this directory)
-trained_bundle = _helpers.trained_bundle
 
 DCMQI_BIN = next(Path(p) / "dcmqi" / "bin" for p in sys.path if (Path(p) / "dcmqi" / "bin").is_dir())
 
@@ -182,7 +167,7 @@ def tiny_overrides() -> Path:
 @pytest.fixture
 def untrained_bundle(tmp_path) -> Path:
     """The bundle as cloned (configs and scripts, an empty ``models/``), copied elsewhere."""
-    return _helpers.copy_bundle(tmp_path / "bundle")
+    return copy_bundle(tmp_path / "bundle")
 
 
 @pytest.fixture

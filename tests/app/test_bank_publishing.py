@@ -75,3 +75,18 @@ def test_training_splits_and_overlay_levels():
     for bad in ("low:0.5,high:0.2", "low", "low:3"):
         with pytest.raises(ValueError, match="uncertainty levels"):
             parse_levels(bad)
+
+
+def test_voters_are_the_members_the_fast_path_used(trained_bundle, tiny_overrides, tmp_path):
+    bundle = CardiacBundle(trained_bundle[0], [tiny_overrides])
+    served = EnsembleRegistry(
+        bundle, BankPublisher(tmp_path / "model", trained_bundle[0] / "models" / "posterior")
+    ).get()
+    parser = bundle.parser("inference.json")
+    fast, exact = parser.get_parsed_content("inferer"), parser.get_parsed_content("slice_inferer")
+    image = torch.randn(1, 1, 64, 64, 6)
+    served.predict(fast, image)
+    used = [served.ensemble.checkpoints[i].file for i in fast.last_run().members]
+    assert [c["file"] for c in served.voters(fast)] == used and set(used) <= {c["file"] for c in served.checkpoints}
+    served.predict(exact, image)
+    assert served.voters(exact) == served.checkpoints  # the exact ensemble: every member votes

@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import TINY, copy_bundle
+from bundle_runs import TINY, copy_bundle
 
 from scripts.evaluation import main
 

@@ -12,7 +12,7 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import TINY, bundle_cli, copy_bundle
+from bundle_runs import TINY, bundle_cli, copy_bundle
 
 from scripts.posterior_bank import PosteriorBank, sha256_of
 from scripts.schedule import posterior_epochs
@@ -25,8 +25,24 @@ def _snapshot(folder):
 def test_killed_training_resumes_and_the_bank_matches_its_files(tmp_path, tiny_data):
     bundle = copy_bundle(tmp_path / "bundle")
     files = str([str(bundle / "configs" / "train.json"), str(TINY)])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
-           "--dataset_dir", str(tiny_data.parent), "--epochs", "12", "--num_cycles", "3", "--val_interval", "100"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files,
+        "--bundle_root",
+        str(bundle),
+        "--dataset_dir",
+        str(tiny_data.parent),
+        "--epochs",
+        "12",
+        "--num_cycles",
+        "3",
+        "--val_interval",
+        "100",
+    ]
     state_dir = bundle / "models" / "train_state"
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -42,13 +58,26 @@ def test_killed_training_resumes_and_the_bank_matches_its_files(tmp_path, tiny_d
         assert sha256_of(bank.directory / c.file) == c.sha256
 
     # a fresh run must not silently mix its samples with the killed run's
-    refused = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "12",
-                         "--num_cycles", "3", check=False)
+    refused = bundle_cli(
+        bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "12", "--num_cycles", "3", check=False
+    )
     assert refused.returncode != 0 and "already holds a checkpoint bank" in refused.stdout + refused.stderr
     assert "--resume true" in refused.stdout + refused.stderr
 
-    resumed = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "12",
-                         "--num_cycles", "3", "--val_interval", "100", "--resume", "true")
+    resumed = bundle_cli(
+        bundle,
+        "train.json",
+        "--dataset_dir",
+        str(tiny_data.parent),
+        "--epochs",
+        "12",
+        "--num_cycles",
+        "3",
+        "--val_interval",
+        "100",
+        "--resume",
+        "true",
+    )
     assert "resumed from" in resumed.stdout
     assert [c.epoch for c in bank.checkpoints] == [t for cycle in posterior_epochs(12, 3, 0.5) for t in cycle]
     bank.verify()
@@ -78,8 +107,10 @@ def test_label_values_outside_acdc_stop_training(tmp_path, tiny_data):
     bad_label = data / "bad_gt.nii.gz"
     data.mkdir()
     for split in ("training", "validation", "test"):  # point at the original files from the new folder
-        entries[split] = [{**e, "image": str(tiny_data.parent / e["image"]), "label": str(tiny_data.parent / e["label"])}
-                          for e in entries[split]]
+        entries[split] = [
+            {**e, "image": str(tiny_data.parent / e["image"]), "label": str(tiny_data.parent / e["label"])}
+            for e in entries[split]
+        ]
     first = entries["training"][0]
     label = nib.load(first["label"])
     values = np.asarray(label.dataobj).copy()
@@ -107,16 +138,30 @@ def test_inference_on_a_4d_image_names_it(served_bundle, tmp_path):
     cine = nib.Nifti1Image(np.zeros((64, 64, 8, 5), np.float32), np.diag([1.5, 1.5, 8.0, 1.0]))
     (tmp_path / "in").mkdir()
     nib.save(cine, str(tmp_path / "in" / "cine.nii.gz"))
-    result = bundle_cli(served_bundle, "inference.json", "--input_dir", str(tmp_path / "in"),
-                        "--output_dir", str(tmp_path / "out"), check=False)
+    result = bundle_cli(
+        served_bundle,
+        "inference.json",
+        "--input_dir",
+        str(tmp_path / "in"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert result.returncode != 0 and "cine.nii.gz" in result.stderr and "looks 4D" in result.stderr
 
 
 def test_inference_on_a_2d_image_names_it(served_bundle, tmp_path):
     (tmp_path / "in").mkdir()
     nib.save(nib.Nifti1Image(np.zeros((64, 64), np.float32), np.eye(4)), str(tmp_path / "in" / "slice.nii.gz"))
-    result = bundle_cli(served_bundle, "inference.json", "--input_dir", str(tmp_path / "in"),
-                        "--output_dir", str(tmp_path / "out"), check=False)
+    result = bundle_cli(
+        served_bundle,
+        "inference.json",
+        "--input_dir",
+        str(tmp_path / "in"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert result.returncode != 0 and "slice.nii.gz" in result.stderr and "is 2D" in result.stderr
 
 
@@ -125,8 +170,15 @@ def test_corrupted_checkpoint_is_named_and_left_alone(served_bundle, tiny_data, 
     victim = bank.directory / bank.checkpoints[-1].file
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     before = _snapshot(served_bundle / "models")
-    result = bundle_cli(served_bundle, "inference.json", "--input_dir", str(tiny_data), "--output_dir",
-                        str(tmp_path / "out"), check=False)
+    result = bundle_cli(
+        served_bundle,
+        "inference.json",
+        "--input_dir",
+        str(tiny_data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert result.returncode != 0
     assert f"{victim.name} does not match the sha256 in its manifest" in result.stderr
     assert _snapshot(served_bundle / "models") == before
@@ -134,15 +186,33 @@ def test_corrupted_checkpoint_is_named_and_left_alone(served_bundle, tiny_data, 
 
 
 def test_missing_bank_says_how_to_get_one(served_bundle, tiny_data, tmp_path):
-    result = bundle_cli(served_bundle, "inference.json", "--input_dir", str(tiny_data), "--bank_dir",
-                        str(tmp_path / "nothing"), check=False)
+    result = bundle_cli(
+        served_bundle,
+        "inference.json",
+        "--input_dir",
+        str(tiny_data),
+        "--bank_dir",
+        str(tmp_path / "nothing"),
+        check=False,
+    )
     assert result.returncode != 0 and "no checkpoint bank at" in result.stderr and "Train the bundle" in result.stderr
 
 
 def test_more_members_than_the_bank_holds(served_bundle, tiny_data, tmp_path):
     before = _snapshot(served_bundle / "models")
-    result = bundle_cli(served_bundle, "inference.json", "--input_dir", str(tiny_data), "--mode", "single",
-                        "--n", "5", "--output_dir", str(tmp_path / "out"), check=False)
+    result = bundle_cli(
+        served_bundle,
+        "inference.json",
+        "--input_dir",
+        str(tiny_data),
+        "--mode",
+        "single",
+        "--n",
+        "5",
+        "--output_dir",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert result.returncode != 0 and "mode 'single' asks for the last n=5" in result.stderr
     assert "Ask for n <= 2" in result.stderr
     assert _snapshot(served_bundle / "models") == before
@@ -168,19 +238,45 @@ def test_inference_on_a_dicom_series(served_bundle, tiny_data, tmp_path):
 def test_mlflow_tracking(tmp_path, tiny_data):
     bundle = copy_bundle(tmp_path / "bundle")
     # `--resume false` arrives as the string 'false' from the command line: it must still mean False
-    bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "2", "--num_cycles", "1",
-               "--resume", "false", "--overwrite", "false", "--tracking", "mlflow", "--output_dir", str(tmp_path / "eval"))
+    bundle_cli(
+        bundle,
+        "train.json",
+        "--dataset_dir",
+        str(tiny_data.parent),
+        "--epochs",
+        "2",
+        "--num_cycles",
+        "1",
+        "--resume",
+        "false",
+        "--overwrite",
+        "false",
+        "--tracking",
+        "mlflow",
+        "--output_dir",
+        str(tmp_path / "eval"),
+    )
     assert (tmp_path / "eval" / "mlruns.db").is_file()
     assert list((tmp_path / "eval").glob("config_*.json"))  # the executed config is kept with the run
 
 
 def test_network_matches_metadata():
-    from conftest import ROOT
+    from bundle_runs import ROOT
 
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
-         str(ROOT / "bundle/configs/metadata.json"), "--config_file", str(ROOT / "bundle/configs/inference.json")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_net_in_out",
+            "network_def",
+            "--meta_file",
+            str(ROOT / "bundle/configs/metadata.json"),
+            "--config_file",
+            str(ROOT / "bundle/configs/inference.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
 
@@ -191,11 +287,34 @@ def test_training_can_start_from_given_weights(trained_bundle, tiny_data, tmp_pa
     start = trained_bundle[0] / "models" / "model.pt"
     bundle = copy_bundle(tmp_path / "bundle")
     # with a zero learning rate the run's final weights are exactly the weights it started from
-    result = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "2", "--num_cycles",
-                        "1", "--base_lr", "0", "--restart_lr", "0", "--pretrained_weights", str(start))
+    result = bundle_cli(
+        bundle,
+        "train.json",
+        "--dataset_dir",
+        str(tiny_data.parent),
+        "--epochs",
+        "2",
+        "--num_cycles",
+        "1",
+        "--base_lr",
+        "0",
+        "--restart_lr",
+        "0",
+        "--pretrained_weights",
+        str(start),
+    )
     assert f"network initialised from {start}" in result.stdout
     before, after = torch.load(start, weights_only=True), torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    missing = bundle_cli(bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--overwrite", "true",
-                         "--pretrained_weights", str(tmp_path / "nowhere.pt"), check=False)
+    missing = bundle_cli(
+        bundle,
+        "train.json",
+        "--dataset_dir",
+        str(tiny_data.parent),
+        "--overwrite",
+        "true",
+        "--pretrained_weights",
+        str(tmp_path / "nowhere.pt"),
+        check=False,
+    )
     assert missing.returncode != 0 and "nowhere.pt does not exist" in missing.stderr

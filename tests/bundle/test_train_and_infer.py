@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, bundle_cli
+from bundle_runs import TINY, bundle_cli
 from monai.bundle import ConfigParser
 
 from scripts.posterior_bank import PosteriorBank, sha256_of
@@ -45,7 +45,9 @@ def _geometry(path):
 def test_inference_writes_segmentation_and_entropy_in_the_input_geometry(trained_bundle, tiny_data, tmp_path, mode):
     bundle, _ = trained_bundle
     out = tmp_path / "out"
-    result = bundle_cli(bundle, "inference.json", "--input_dir", str(tiny_data), "--output_dir", str(out), "--mode", mode)
+    result = bundle_cli(
+        bundle, "inference.json", "--input_dir", str(tiny_data), "--output_dir", str(out), "--mode", mode
+    )
     test_cases = json.loads(tiny_data.read_text())["test"]
     assert len(test_cases) == 6  # 1 subject x 2 frames x 3 domains
     for case in test_cases:
@@ -63,6 +65,7 @@ def test_inference_writes_segmentation_and_entropy_in_the_input_geometry(trained
     summary = (out / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("case,domain,uncertainty,review") and "dice_LV" in summary[0]
     assert len(summary) == 7
+    assert {row.split(",")[1] for row in summary[1:]} <= {"in_domain", "vendor_b", "vendor_c"}  # from the datalist
     assert "uncertainty" in result.stdout
 
 
@@ -88,16 +91,45 @@ def test_vanilla_model_exports_to_torchscript(trained_bundle, tmp_path):
     files = str([str(bundle / "configs" / "inference.json"), str(TINY)])
     # DynUNet's deep-supervision branch does not script; in eval mode it traces to the plain segmentation network.
     subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file",
-         str(bundle / "models" / "model.pt"), "--meta_file", str(bundle / "configs" / "metadata.json"),
-         "--config_file", files, "--bundle_root", str(bundle), "--use_trace", "true", "--input_shape", "[1, 1, 64, 64]"],
-        check=True, capture_output=True, cwd=bundle,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(target),
+            "--ckpt_file",
+            str(bundle / "models" / "model.pt"),
+            "--meta_file",
+            str(bundle / "configs" / "metadata.json"),
+            "--config_file",
+            files,
+            "--bundle_root",
+            str(bundle),
+            "--use_trace",
+            "true",
+            "--input_shape",
+            "[1, 1, 64, 64]",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=bundle,
     )
     tiny = json.loads(TINY.read_text())
-    eager = DynUNet(2, 1, 4, tiny["network_def#kernel_size"], tiny["network_def#strides"],
-                    tiny["network_def#upsample_kernel_size"], filters=tiny["network_def#filters"],
-                    norm_name=("INSTANCE", {"affine": True}), act_name=("leakyrelu", {"negative_slope": 0.01}),
-                    deep_supervision=True, deep_supr_num=1)
+    eager = DynUNet(
+        2,
+        1,
+        4,
+        tiny["network_def#kernel_size"],
+        tiny["network_def#strides"],
+        tiny["network_def#upsample_kernel_size"],
+        filters=tiny["network_def#filters"],
+        norm_name=("INSTANCE", {"affine": True}),
+        act_name=("leakyrelu", {"negative_slope": 0.01}),
+        deep_supervision=True,
+        deep_supr_num=1,
+    )
     eager.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     x = torch.randn(2, 1, 96, 64)
     with torch.no_grad():

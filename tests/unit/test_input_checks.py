@@ -46,4 +46,6 @@ def test_label_values_outside_acdc():
 
 def test_label_of_another_shape():
     with pytest.raises(InputError, match="differs from its image"):
-        ValidateLabelsd("label")({"image": named(torch.zeros(1, 16, 16, 2)), "label": named(torch.zeros(1, 16, 16, 3), "gt.nii.gz")})
+        ValidateLabelsd("label")(
+            {"image": named(torch.zeros(1, 16, 16, 2)), "label": named(torch.zeros(1, 16, 16, 3), "gt.nii.gz")}
+        )

@@ -7,14 +7,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MANDATORY = [
-    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-    "task", "description", "authors", "copyright", "network_data_format",
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
 ]
 
 
 def pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {m.group(1).lower(): m.group(2) for d in project["dependencies"] if (m := re.match(r"([\w.-]+)==([\w.]+)$", d))}
+    return {
+        m.group(1).lower(): m.group(2) for d in project["dependencies"] if (m := re.match(r"([\w.-]+)==([\w.]+)$", d))
+    }
 
 
 def test_mandatory_keys_and_channels():

@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from scripts.posterior_bank import BankError, PosteriorBank, PosteriorCheckpoint, atomic_save, select_checkpoints, sha256_of
+from scripts.posterior_bank import (
+    BankError,
+    PosteriorBank,
+    PosteriorCheckpoint,
+    atomic_save,
+    select_checkpoints,
+    sha256_of,
+)
 
 
 def bank_of(tmp_path, epochs_per_cycle, num_cycles=3):
@@ -96,7 +103,7 @@ def test_missing_file_and_missing_manifest(tmp_path):
     with pytest.raises(BankError, match="missing"):
         bank.verify()
     with pytest.raises(BankError, match="no checkpoint bank"):
-        PosteriorBank(tmp_path / "nowhere").checkpoints
+        _ = PosteriorBank(tmp_path / "nowhere").checkpoints
 
 
 def test_truncate_drops_samples_a_resumed_run_will_retrain(tmp_path):

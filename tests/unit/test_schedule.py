@@ -103,15 +103,20 @@ def test_scheduler_state_round_trip():
     assert restored_opt.param_groups[0]["lr"] == pytest.approx(cyclic_posterior_lr(6, 12, 3, gamma=0.5))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"total_epochs": 10, "num_cycles": 3}, "multiple"),
-    ({"total_epochs": 0, "num_cycles": 1}, ">= 1"),
-    ({"total_epochs": 9, "num_cycles": 3, "denominator": "cycle"}, "denominator"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"total_epochs": 10, "num_cycles": 3}, "multiple"),
+        ({"total_epochs": 0, "num_cycles": 1}, ">= 1"),
+        ({"total_epochs": 9, "num_cycles": 3, "denominator": "cycle"}, "denominator"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         cyclic_posterior_lr(1, **kwargs)
 
 
 def test_restart_is_finite_and_positive():
-    assert all(math.isfinite(cyclic_posterior_lr(t, **PAPER)) and cyclic_posterior_lr(t, **PAPER) > 0 for t in range(1200))
+    assert all(
+        math.isfinite(cyclic_posterior_lr(t, **PAPER)) and cyclic_posterior_lr(t, **PAPER) > 0 for t in range(1200)
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from monai.inferers import Inferer
 from lib.bank_publisher import BankPublisher
 from lib.bundle import CardiacBundle
 from scripts.ensemble import PosteriorEnsemble
+from scripts.fast_ensemble import FastEnsembleInferer
 from scripts.posterior_bank import BankError
 
 __all__ = ["EnsembleRegistry", "ServedEnsemble"]
@@ -29,27 +30,33 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServedEnsemble:
-    """One loaded bank: the ensemble, where it came from, and the lock that serialises its forward passes.
+    """One loaded bank: the ensemble and where it came from.
 
-    The lock is needed because ``PosteriorEnsemble`` runs each member through ``torch.func.functional_call``, which
-    swaps the member's weights into the one shared module for the duration of the call: two threads in the same
-    forward would mix members. (The MONAI Label server runs one request at a time; the lock keeps the ensemble correct
-    for any caller that does not.)
+    Requests call it concurrently as they are: ``PosteriorEnsemble`` itself serialises the member passes that share
+    its module, so no lock is needed here.
     """
 
     bank_dir: Path
     ensemble: PosteriorEnsemble
     device: torch.device
-    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def checkpoints(self) -> list[dict[str, Any]]:
-        """The bank entries that vote: file, epoch, cycle, learning rate, sha256."""
+        """The bank entries of the ensemble (the configured selection): file, epoch, cycle, learning rate, sha256."""
         return [asdict(c) for c in self.ensemble.checkpoints]
 
+    def voters(self, inferer: Inferer) -> list[dict[str, Any]]:
+        """The bank entries that voted in this thread's last :meth:`predict`: the members the bundle's fast path
+        used before the mean settled (in the order it added them), or all of them for the exact ensemble."""
+        run = inferer.last_run() if isinstance(inferer, FastEnsembleInferer) else None
+        if run is None:
+            return self.checkpoints
+        return [asdict(self.ensemble.checkpoints[i]) for i in run.members]
+
     def predict(self, inferer: Inferer, image: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over the members for a batch of channel-first images, on the ensemble's device."""
-        with self.lock, torch.no_grad():
+        """Mean softmax over the members for a batch of channel-first images, on the ensemble's device (the
+        configured inferer decides how: every member on the whole image, or the bundle's fast path)."""
+        with torch.no_grad():
             return inferer(image.to(self.device), self.ensemble)
 
 

@@ -3,7 +3,8 @@
 Why: a radiologist needs the contours *and* where they are likely wrong. The labelmap goes back in the form the stock
 clients ask for (Slicer and OHIF: ``.nrrd``, uint8); the float entropy map (bits, in the image's geometry) is handed
 to the app, which stores it in the datastore under the tag ``uncertainty``; ``params`` carry the volume uncertainty
-score, the review flag, the mean entropy per structure and the checkpoints that voted.
+score, the review flag, the mean entropy per structure, the ensemble's checkpoints and those that voted (the
+bundle's fast path stops adding members once their mean has settled).
 
 Everything about the method comes from the bundle's ``configs/inference.json`` (with the user's overrides): the
 pre-processing, the slice-wise inferer, the ensemble and the post-processing that inverts the resampling and
@@ -33,6 +34,7 @@ __all__ = ["ENTROPY_FILE", "PRED", "UNCERTAINTY", "SegmentationUncertainty"]
 PRED = "pred"  # the bundle's key of the prediction (probabilities, then labels after its post-processing)
 UNCERTAINTY = "uncertainty"  # the bundle's key of the entropy map (PredictiveUncertaintyd's entropy_key)
 SERVED = "served_ensemble"
+VOTERS = "ensemble_voters"
 ENTROPY_FILE = "uncertainty_file"  # params entry that hands the entropy map to the app; removed before the reply
 
 
@@ -111,11 +113,12 @@ class SegmentationUncertainty(BasicInferTask):
         served = self.registry.get()
         data[PRED] = served.predict(self._inferer, data[self.input_key][None])[0].cpu()
         data[SERVED] = served
+        data[VOTERS] = served.voters(self._inferer)
         return data
 
     def summarise(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The per-case result for ``params``: uncertainty score, review flag, mean entropy per structure (bits) and
-        the bank entries that voted."""
+        """The per-case result for ``params``: uncertainty score, review flag, mean entropy per structure (bits),
+        the bank entries of the ensemble and those that voted for this image."""
         served: ServedEnsemble = data[SERVED]
         row = case_row(data[PRED], data[UNCERTAINTY], review_threshold=self.review_threshold)
         return {
@@ -127,6 +130,7 @@ class SegmentationUncertainty(BasicInferTask):
             "entropy_units": "bits (0 = certain, 2 = uniform over the 4 classes)",
             "bank_dir": str(served.bank_dir),
             "checkpoints": served.checkpoints,
+            "voters": data[VOTERS],
         }
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
