@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from monai.inferers import Inferer, SliceInferer
+from scipy import ndimage
 
 from scripts.ensemble import PosteriorEnsemble
 
@@ -72,9 +74,14 @@ def heart_box(
     multiple: int,
     threshold: float = 0.5,
 ) -> tuple[slice, ...] | None:
-    """The in-plane box around every voxel whose foreground probability (1 - p(background)) reaches
-    ``threshold`` in any slice, widened by ``margin`` voxels on each side and then to a multiple of ``multiple``
-    (so the network needs no padding), within the image. ``None`` when no voxel is foreground.
+    """The in-plane box around the heart: the largest connected region of the plane in which some slice has a
+    voxel whose foreground probability (1 - p(background)) reaches ``threshold``, widened by ``margin`` voxels on
+    each side and then to a multiple of ``multiple`` (so the network needs no padding), within the image. ``None``
+    when no voxel is foreground.
+
+    Only the largest region counts: a member's scattered false positives far from the heart (a briefly trained
+    full-size network has dozens) would otherwise stretch the box over the whole image; the heart's three
+    structures touch one another, so they form one region.
 
     Args:
         probabilities: (B, C, *spatial) class probabilities, channel 0 the background.
@@ -83,14 +90,20 @@ def heart_box(
         multiple: the box size is rounded up to this (the product of the network's strides).
         threshold: foreground probability that marks a voxel as heart.
     """
-    foreground = (1.0 - probabilities[:, 0]) >= threshold
+    foreground = (1.0 - probabilities[:, 0]) >= threshold  # (B, *spatial)
     if not foreground.any():
         return None
     spatial = foreground.shape[1:]
+    plane = sorted(plane_dims)
+    projected = foreground.any(dim=0)
+    for dim in sorted(set(range(len(spatial))) - set(plane), reverse=True):
+        projected = projected.any(dim=dim)
+    regions, count = ndimage.label(projected.cpu().numpy())  # 4-connected, in the plane
+    sizes = ndimage.sum_labels(np.ones_like(regions), regions, index=np.arange(1, count + 1))
+    heart = regions == 1 + int(np.argmax(sizes))
     box = [slice(None)] * len(spatial)
-    for dim in plane_dims:
-        others = tuple(d for d in range(foreground.ndim) if d != dim + 1)
-        hit = foreground.any(dim=others).nonzero().flatten()
+    for axis, dim in enumerate(plane):
+        hit = np.flatnonzero(heart.any(axis=1 - axis))
         lo, hi, size = int(hit[0]) - margin, int(hit[-1]) + 1 + margin, spatial[dim]
         want = min(size, math.ceil((hi - lo) / multiple) * multiple)
         lo = min(max(0, lo - (want - (hi - lo)) // 2), size - want)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from monai.utils import min_version, optional_import, str2bool
+from torch import nn
 
 from scripts.posterior_bank import BankError, PosteriorBank, atomic_save
 from scripts.schedule import CyclicPosteriorLR, cyclic_posterior_lr, posterior_epochs
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine", as_type="decorator")
 
-__all__ = ["PosteriorCheckpointSaver", "describe_network"]
+__all__ = ["PosteriorCheckpointSaver", "cpu_state_dict", "describe_network"]
 
 
 def describe_network(network: torch.nn.Module) -> dict[str, Any]:
@@ -40,6 +41,24 @@ def describe_network(network: torch.nn.Module) -> dict[str, Any]:
 
 def _is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def cpu_state_dict(network: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The network's ``state_dict`` on the CPU with floating tensors in ``dtype``, keeping names that share a tensor
+    sharing its copy.
+
+    Why: DynUNet reaches its decoder blocks through two attributes, so its ``state_dict`` names half of its weights
+    twice. ``torch.save`` writes a shared tensor once, but a per-name conversion (``.half()``, or ``.cpu()`` of a GPU
+    tensor) makes two copies and doubles the file: a half-precision bank would take as much disk as a float32 one.
+    """
+    converted: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+    out = {}
+    for name, tensor in network.state_dict().items():
+        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if identity not in converted:
+            converted[identity] = tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype)
+        out[name] = converted[identity]
+    return out
 
 
 class PosteriorCheckpointSaver:
@@ -95,10 +114,7 @@ class PosteriorCheckpointSaver:
 
     def _state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
-        return {
-            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
-            for k, v in network.state_dict().items()
-        }
+        return cpu_state_dict(network, dtype)
 
     def started(self, engine: Engine) -> None:
         if not _is_main_process():

@@ -46,6 +46,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first volumes of the test split")
     parser.add_argument("--tolerances", nargs="*", type=float, default=[],
                         help="more stopping tolerances to report besides the configured one")
+    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. fast_box_only when the "
+                        "configured tolerance is 0 and it is the fast path itself)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "performance" / "bench_accuracy.json")
     return parser.parse_args()
@@ -95,6 +97,7 @@ def main() -> None:
     }
     for tolerance in args.tolerances:
         variants[f"fast_tolerance_{tolerance:g}"] = (fast(tolerance=tolerance), configured_ensemble)
+    variants = {name: v for name, v in variants.items() if name not in args.skip}
 
     cases = load_datalist(args.datalist, "test")[: args.limit]
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}

@@ -64,6 +64,15 @@ def test_heart_box_margin_multiple_and_bounds():
     assert box[0] == slice(0, 48) and box[1] == slice(0, 40)
 
 
+def test_heart_box_ignores_scattered_false_positives():
+    p = torch.zeros(1, 4, 48, 40, 3)
+    p[:, 0] = 1.0
+    p[:, 0, 20:28, 10:18], p[:, 3, 20:28, 10:18] = 0.0, 1.0  # the heart, in every slice
+    p[:, 0, 2:4, 36:38, 0], p[:, 1, 2:4, 36:38, 0] = 0.0, 1.0  # a speckle in a corner of one slice
+    p[:, 0, 45, 1, 2], p[:, 2, 45, 1, 2] = 0.0, 1.0  # and one voxel in the opposite corner of another
+    assert heart_box(p, [0, 1], margin=4, multiple=8) == (slice(16, 32), slice(6, 22), slice(None))
+
+
 def test_without_crop_and_stop_it_is_the_exact_ensemble():
     members = pixelwise_members(5)
     ensemble = PosteriorEnsemble(torch.nn.Conv2d(1, 4, 1), members, return_expected_entropy=True)
