@@ -44,6 +44,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--mode", default="multi", choices=["single", "multi", "all"])
     parser.add_argument("--limit", type=int, help="only the first volumes of the test split")
+    parser.add_argument("--per_domain", type=int, help="only the first volumes of each domain of the test split")
     parser.add_argument("--tolerances", nargs="*", type=float, default=[],
                         help="more stopping tolerances to report besides the configured one")
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. fast_box_only when the "
@@ -100,6 +101,9 @@ def main() -> None:
     variants = {name: v for name, v in variants.items() if name not in args.skip}
 
     cases = load_datalist(args.datalist, "test")[: args.limit]
+    if args.per_domain:
+        domains = [c.get("domain", "") for c in cases]
+        cases = [c for i, c in enumerate(cases) if domains[: i + 1].count(domains[i]) <= args.per_domain]
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for k, case in enumerate(cases):
         data = preprocessing({"image": case["image"]})

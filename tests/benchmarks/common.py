@@ -96,7 +96,15 @@ def summarise(seconds: Mapping[str, Sequence[float]], unit: str) -> dict[str, di
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident set size so far (MB)."""
+    """The process's peak resident set size so far (MB).
+
+    Linux's ``VmHWM`` starts afresh when a process executes a new program; ``ru_maxrss`` does not (a child started
+    by a 6 GB benchmark process would report 6 GB before it has done anything), so it is only the fallback."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
