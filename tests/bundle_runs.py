@@ -13,24 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "bundle" / "tiny.json"
 
 
+def bundle_command(bundle: Path, config: str, *overrides: str) -> list[str]:
+    """The ``python -m monai.bundle run`` command line for ``bundle`` with the tiny configuration merged over
+    ``config``."""
+    files = str([str(bundle / "configs" / config), str(TINY)])  # fire parses the list literal
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
+            "--logging_file", str(bundle / "configs" / "logging.conf"), *overrides]
+
+
 def bundle_cli(
     bundle: Path, config: str, *overrides: str, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run`` on ``bundle`` with the tiny configuration merged over ``config``."""
-    files = str([str(bundle / "configs" / config), str(TINY)])  # fire parses the list literal
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        files,
-        "--bundle_root",
-        str(bundle),
-        "--logging_file",
-        str(bundle / "configs" / "logging.conf"),
-        *overrides,
-    ]
+    """:func:`bundle_command`, run to completion with the bundle's own ``scripts/`` only on the path."""
+    cmd = bundle_command(bundle, config, *overrides)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     env.pop("PYTHONPATH", None)  # the bundle must find its own scripts/ with nothing else on the path
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=bundle.parent, timeout=timeout)

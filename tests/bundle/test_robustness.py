@@ -12,7 +12,7 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_runs import TINY, bundle_cli, copy_bundle
+from bundle_runs import bundle_cli, bundle_command, copy_bundle
 
 from scripts.posterior_bank import PosteriorBank, sha256_of
 from scripts.schedule import posterior_epochs
@@ -24,25 +24,10 @@ def _snapshot(folder):
 
 def test_killed_training_resumes_and_the_bank_matches_its_files(tmp_path, tiny_data):
     bundle = copy_bundle(tmp_path / "bundle")
-    files = str([str(bundle / "configs" / "train.json"), str(TINY)])
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        files,
-        "--bundle_root",
-        str(bundle),
-        "--dataset_dir",
-        str(tiny_data.parent),
-        "--epochs",
-        "12",
-        "--num_cycles",
-        "3",
-        "--val_interval",
-        "100",
-    ]
+    cmd = bundle_command(
+        bundle, "train.json", "--dataset_dir", str(tiny_data.parent), "--epochs", "12", "--num_cycles", "3",
+        "--val_interval", "100",
+    )
     state_dir = bundle / "models" / "train_state"
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
